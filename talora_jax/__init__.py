@@ -1,0 +1,1 @@
+"""TA-LoRA: multi-task prompt tuning over a frozen T5, in JAX/Flax."""
