@@ -30,8 +30,12 @@ CORPUS = [
 ]
 
 
-def make_hf_t5(out_dir: str, seed: int = 0, **overrides) -> "torch.nn.Module":
+def make_hf_t5(out_dir: str, seed: int = 0, logit_scale: float = 1.0, **overrides) -> "torch.nn.Module":
     """Saves a random HF T5 to ``out_dir`` (config.json + model.safetensors) and returns it.
+
+    ``logit_scale`` multiplies the output head (the embedding when tied). Random
+    weights give logits of std ~1 with many near-ties; a pretrained T5 spreads its
+    logits over several nats, which is what precision tests should see.
 
     transformers>=5 always ties T5's output head to the embedding when it saves,
     so an untied (v1.1-style) model is written by hand with its own ``lm_head``
@@ -53,6 +57,8 @@ def make_hf_t5(out_dir: str, seed: int = 0, **overrides) -> "torch.nn.Module":
     if not tied:
         model.lm_head = torch.nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         torch.nn.init.normal_(model.lm_head.weight, std=cfg.d_model ** -0.5)
+    with torch.no_grad():
+        (model.shared if tied else model.lm_head).weight.mul_(logit_scale)
     os.makedirs(out_dir, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()
              if not k.endswith("embed_tokens.weight")}

@@ -142,12 +142,14 @@ class Attention(nn.Module):
         dt = self.config.compute_dtype
         q = self._project(x_q, self.query)
         k, v = kv if kv is not None else self.project_kv(x_kv)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        # float32 scores: the softmax (and the gate split) is where bf16 rounding hurts most.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
         weights = attention_weights(scores, mask, gate, gated_len).astype(dt)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return jnp.einsum("bqhd,hde->bqe", ctx, self.out.astype(dt))
+        # float32 output: it is added to the float32 residual stream.
+        return jnp.einsum("bqhd,hde->bqe", ctx, self.out.astype(dt), preferred_element_type=jnp.float32)
 
 
 class FeedForward(nn.Module):
@@ -171,4 +173,5 @@ class FeedForward(nn.Module):
             wi = _param(self, "wi", (d, f), ("embed", "mlp"), d ** -0.5, pdt)
             hidden = act(x @ wi.astype(dt))
         wo = _param(self, "wo", (f, d), ("mlp", "embed"), f ** -0.5, pdt)
-        return hidden @ wo.astype(dt)
+        # float32 output: it is added to the float32 residual stream.
+        return jnp.dot(hidden, wo.astype(dt), preferred_element_type=jnp.float32)

@@ -101,7 +101,7 @@ class Encoder(nn.Module):
         positions = jnp.arange(inputs_embeds.shape[1])
         bias = self.relpos_bias(positions, positions)  # computed once, shared by every layer
         mask = attention_mask[:, None, None, :].astype(bool)
-        x = inputs_embeds.astype(self.config.compute_dtype)
+        x = inputs_embeds.astype(jnp.float32)  # residual stream in float32; matmuls in compute dtype
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, bias, _layer_gate(gates, i), gated_len)
         return self.final_norm(x)
@@ -144,6 +144,7 @@ class Decoder(nn.Module):
             self_mask = (key_positions <= cache_index)[None, None, None, :]
         cross_mask = encoder_mask[:, None, None, :].astype(bool)
         new_layers = []
+        x = x.astype(jnp.float32)  # residual stream in float32; matmuls in compute dtype
         for i, layer in enumerate(self.layers):
             layer_cache = None if cache is None else cache["layers"][i]
             x, layer_cache = layer(x, self_mask, bias, encoder_outputs, cross_mask,
@@ -151,6 +152,27 @@ class Decoder(nn.Module):
             new_layers.append(layer_cache)
         new_cache = None if cache is None else {"layers": tuple(new_layers)}
         return self.final_norm(x), new_cache
+
+
+def _float32_logits(hidden: Array, kernel: Array, dtype: Any) -> Array:
+    # Accumulate and emit logits in float32 even under bf16 compute: near-ties between
+    # vocabulary entries are decided here, and the loss needs float32 anyway.
+    return jnp.dot(hidden.astype(dtype), kernel.astype(dtype), preferred_element_type=jnp.float32)
+
+
+class LMHead(nn.Module):
+    """The untied output projection of T5 v1.1 / FLAN-T5 / mT5."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, hidden: Array) -> Array:
+        cfg = self.config
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model ** -0.5),
+                                                   ("embed", "vocab")),
+            (cfg.d_model, cfg.vocab_size), cfg.storage_dtype)
+        return _float32_logits(hidden, kernel, cfg.compute_dtype)
 
 
 class T5(nn.Module):
@@ -169,15 +191,12 @@ class T5(nn.Module):
     def setup(self):
         cfg = self.config
         self.shared = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
+            cfg.vocab_size, cfg.d_model, dtype=cfg.storage_dtype, param_dtype=cfg.storage_dtype,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))
         self.encoder = Encoder(cfg, self.remat)
         self.decoder = Decoder(cfg, self.remat)
         if not cfg.tie_word_embeddings:
-            self.lm_head = nn.Dense(
-                cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.d_model ** -0.5),
-                                                         ("embed", "vocab")))
+            self.lm_head = LMHead(cfg)
 
     def embed(self, input_ids: Array) -> Array:
         """Token embeddings ``[B, N, d_model]`` in the compute dtype (T5 does not scale them)."""
@@ -189,13 +208,12 @@ class T5(nn.Module):
         return self.encoder(inputs_embeds, attention_mask, gates, gated_len)
 
     def _logits(self, hidden: Array) -> Array:
-        if self.config.scale_decoder_outputs:
-            hidden = hidden * (self.config.d_model ** -0.5)
-        if self.config.tie_word_embeddings:
-            logits = self.shared.attend(hidden)
-        else:
-            logits = self.lm_head(hidden)
-        return logits.astype(jnp.float32)
+        cfg = self.config
+        if cfg.scale_decoder_outputs:
+            hidden = hidden * (cfg.d_model ** -0.5)
+        if not cfg.tie_word_embeddings:
+            return self.lm_head(hidden)
+        return _float32_logits(hidden, self.shared.embedding.T, cfg.compute_dtype)
 
     def decode(self, decoder_input_ids: Array, encoder_outputs: Array, encoder_mask: Array,
                decoder_attention_mask: Optional[Array] = None, gates: Optional[Array] = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 from talora_jax.t5.hub import ModelNotFoundError, resolve_model_dir
 
@@ -13,11 +14,14 @@ def load_tokenizer(name_or_path: str):
     The directory needs ``spiece.model`` or ``tokenizer.json``; hub names are
     fetched through ``huggingface_hub`` like the weights.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, T5Tokenizer
 
     model_dir = resolve_model_dir(name_or_path)
+    described = any(os.path.isfile(os.path.join(model_dir, f))
+                    for f in ("tokenizer_config.json", "config.json"))
     try:
-        return AutoTokenizer.from_pretrained(model_dir)
+        # A bare spiece.model says nothing about its class; every T5/mT5 uses T5Tokenizer.
+        return (AutoTokenizer if described else T5Tokenizer).from_pretrained(model_dir)
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(
             f"No usable tokenizer in {model_dir!r} ({e}). A T5 checkpoint directory needs "
