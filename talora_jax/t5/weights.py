@@ -190,6 +190,36 @@ def convert_state_dict(cfg: T5Config, tensors: dict[str, np.ndarray], source: st
     return params
 
 
+def _inverse(hf_shape: tuple[int, ...], convert: Callable) -> Callable[[np.ndarray], np.ndarray]:
+    if convert is _identity:
+        return np.ascontiguousarray
+    # Every non-identity conversion is "transpose a torch Linear, then reshape"; undo both.
+    return lambda v: np.ascontiguousarray(np.reshape(v, (-1, hf_shape[0])).T).reshape(hf_shape)
+
+
+def save_pretrained(config: T5Config, params: dict, out_dir: str) -> None:
+    """Writes ``config.json`` + ``model.safetensors`` in the Hugging Face T5 layout.
+
+    The inverse of ``load_pretrained``: transformers' ``T5ForConditionalGeneration``
+    loads the result, so a backbone made here (e.g. the demo's stand-in) is a real
+    checkpoint for every tool, not a private format.
+    """
+    from safetensors.numpy import save_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    tensors = {}
+    for path, (hf, hf_shape, convert) in parameter_map(config).items():
+        value = params
+        for key in path:
+            value = value[key]
+        tensors[hf] = _inverse(hf_shape, convert)(np.asarray(value, np.float32))
+    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+    hf_config = config.to_hf_dict()
+    hf_config.update(architectures=["T5ForConditionalGeneration"], model_type=config.model_type)
+    with open(config_path(out_dir), "w") as f:
+        json.dump(hf_config, f, indent=2)
+
+
 def load_pretrained(name_or_path: str, dtype: str = "float32",
                     param_dtype: str = "float32") -> tuple[T5Config, dict]:
     """Loads a T5 checkpoint from a local directory or a hub name.
