@@ -1,0 +1,302 @@
+"""``train(config, workdir)``: the flat, readable training loop.
+
+Read top to bottom: resolve the config, load the frozen backbone and the task
+data, build the mesh and the sharded state, resume if a checkpoint exists,
+then step / log / evaluate / save until done or preempted, and finally score
+the best dev checkpoint on the test split. Everything that is a concern of its
+own (sharding rules, the step, decoding, checkpoints, metrics) lives in its
+own module; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from talora_jax import parallel
+from talora_jax.data import sampling, tasks as tasks_lib
+from talora_jax.data.errors import DataError
+from talora_jax.data.pipeline import label_word_ids, load_split
+from talora_jax.model import PromptedT5, init_prompt
+from talora_jax.prompts import count_prompt_params, transfer_init
+from talora_jax.t5 import load_pretrained, load_tokenizer
+from talora_jax.train import checkpoint as ckpt_lib
+from talora_jax.train.decode import greedy_generate_fn, rank_classify_fn
+from talora_jax.train.evaluate import evaluate_tasks, results_table, write_results
+from talora_jax.train.metrics_writer import MetricWriter, ProgressLine
+from talora_jax.train.optim import make_optimizer
+from talora_jax.train.step import TrainState, jit_train_step, train_step_fn
+
+log = logging.getLogger("talora_jax")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def task_list(value: Any) -> list[str]:
+    """``'mnli,sst2'`` or a sequence -> a list of names (order = task ids)."""
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n) for n in value]
+    names = [n for n in names if n]
+    if not names:
+        raise DataError("config.data.tasks is empty; name at least one task, e.g. --config.data.tasks=sst2,mnli.")
+    if len(set(names)) != len(names):
+        raise DataError(f"config.data.tasks lists a task twice: {names}.")
+    return names
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An unlocked copy with the derived fields filled in (task count, tokenizer path)."""
+    cfg = ml_collections.ConfigDict(config.to_dict())
+    for name, spec in cfg.data.get("user_tasks", {}).items():
+        from talora_jax.data import user_tasks
+        user_tasks.register_from_config({"name": name, **dict(spec)})
+    names = task_list(cfg.data.tasks)
+    for n in names:
+        tasks_lib.get(n)  # unknown names fail here, with suggestions
+    cfg.data.tasks = ",".join(names)
+    cfg.prompt.num_tasks = len(names)
+    if not cfg.model.tokenizer:
+        cfg.model.tokenizer = cfg.model.name_or_path
+    return cfg
+
+
+def _on_process_zero() -> bool:
+    return jax.process_index() == 0
+
+
+def _write_config(cfg: ml_collections.ConfigDict, workdir: str) -> None:
+    if _on_process_zero():
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def _load_data(cfg, names, tokenizer, workdir):
+    d = cfg.data
+    cache_dir = d.cache_dir or os.path.join(workdir, "token_cache")
+    data_dir = d.data_dir or None
+    load = lambda name, split: load_split(name, split, tokenizer, d.max_input_len, d.max_target_len,
+                                          cache_dir=cache_dir, data_dir=data_dir)
+    train = [load(n, "train") for n in names]
+    if d.few_shot_k > 0:
+        train = [sampling.few_shot(s, d.few_shot_k, d.seed) for s in train]
+    def eval_split(split):
+        out = [load(n, split) for n in names]
+        if d.max_eval_examples > 0:
+            out = [s.subset(range(min(len(s), d.max_eval_examples))) for s in out]
+        return out
+    return train, eval_split
+
+
+def _initial_prompt(cfg, model: PromptedT5, backbone, names, rng) -> tuple[Any, Optional[dict]]:
+    """Fresh prompt params, or (transfer) the source run's shared weights + new task rows."""
+    if not cfg.init_from:
+        return init_prompt(model, rng, backbone), None
+    source_prompt, source_meta = ckpt_lib.read_prompt(cfg.init_from)
+    strategy, _, source_task = cfg.transfer_init.partition(":")
+    prompt = transfer_init(source_prompt, cfg.prompt, model.t5_config, strategy=strategy,
+                           source_tasks=source_meta["tasks"], source_task=source_task or None, rng=rng,
+                           embedding=backbone["shared"]["embedding"])
+    log.info("transfer: initialised %s from %s (%s, source tasks %s)", names, cfg.init_from,
+             cfg.transfer_init, source_meta["tasks"])
+    return prompt, source_meta
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains the prompt of ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+    Returns the final results: ``{'dev': {task: scores}, 'test': {task: scores}}``.
+    """
+    parallel.maybe_initialize_distributed(config.get("distributed") or None)
+    cfg = resolve_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(cfg, workdir)
+    names = cfg.data.tasks.split(",")
+    tasks = [tasks_lib.get(n) for n in names]
+
+    # ---------------------------------------------------------------- backbone and data
+    t5_cfg, backbone_host = load_pretrained(cfg.model.name_or_path, dtype=cfg.model.dtype,
+                                            param_dtype=cfg.model.param_dtype)
+    fingerprint = ckpt_lib.backbone_fingerprint(backbone_host)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    train_splits, eval_split = _load_data(cfg, names, tokenizer, workdir)
+    dev_splits = eval_split(cfg.train.eval_split)
+
+    # ---------------------------------------------------------------- mesh and sharded state
+    mesh = parallel.make_mesh(cfg.mesh)
+    parallel.check_batch_divisible(cfg.data.batch_size, mesh)
+    parallel.check_batch_divisible(cfg.data.eval_batch_size, mesh)
+    backbone = jax.device_put(backbone_host, parallel.backbone_shardings(t5_cfg, mesh))
+    del backbone_host
+    model = PromptedT5(t5_cfg, cfg.prompt, remat=cfg.model.remat)
+    prompt, _ = _initial_prompt(cfg, model, backbone, names, jax.random.PRNGKey(cfg.train.seed))
+    optimizer, schedules = make_optimizer(cfg.optim, cfg.train.num_steps)
+    replicated = parallel.replicated(mesh)
+    abstract_state = jax.eval_shape(lambda p: TrainState(jnp.int32(0), p, optimizer.init(p)), prompt)
+    state_shardings = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
+    state = jax.jit(lambda p: TrainState(jnp.int32(0), p, optimizer.init(p)),
+                    out_shardings=state_shardings)(prompt)
+    counts = count_prompt_params(model.spec, t5_cfg)
+    meta = {"tasks": names, "backbone": cfg.model.name_or_path, "backbone_fingerprint": fingerprint,
+            "param_counts": counts.as_dict(), "config": json.loads(cfg.to_json_best_effort())}
+    log.info("prompt parameters (%s): %s", cfg.prompt.method, counts.summary())
+
+    # ---------------------------------------------------------------- resume
+    checkpoints = ckpt_lib.Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints)
+    best = ckpt_lib.Checkpointer(workdir, max_to_keep=1, subdir="best")
+    start_step = 0
+    if checkpoints.latest_step() is not None:
+        restored = checkpoints.restore(checkpoints.latest_step(), abstract_state.prompt, abstract_state.opt_state,
+                                       expected_meta=meta, shardings=state_shardings)
+        state = TrainState(jnp.asarray(restored.data_state["step"], jnp.int32), restored.prompt, restored.opt_state)
+        state = jax.device_put(state, state_shardings)
+        start_step = int(restored.data_state["step"])
+        log.info("resumed from %s at step %d", checkpoints.directory, start_step)
+
+    # ---------------------------------------------------------------- compiled functions
+    d = cfg.data
+    sampler = sampling.Sampler(train_splits, d.batch_size, seed=d.seed,
+                               rates=list(sampling.mixture_rates({s.task: len(s) for s in train_splits}, d.mixture,
+                                                                 cap=d.mixture_cap or None,
+                                                                 temperature=d.temperature).values()),
+                               process_index=jax.process_index(), process_count=jax.process_count())
+    batches = sampler.iterate(start_step)
+    batch_sharding = parallel.batch_sharding(mesh)
+    step_fn = jit_train_step(train_step_fn(model, optimizer, schedules, cfg.optim.grad_accum),
+                             state_shardings, parallel.backbone_shardings(t5_cfg, mesh), batch_sharding, replicated)
+    evaluator = _Evaluator(model, tasks, tokenizer, mesh, cfg)
+
+    # ---------------------------------------------------------------- the loop
+    writer = MetricWriter(workdir, enabled=_on_process_zero())
+    progress = ProgressLine(cfg.train.num_steps, start_step, enabled=_on_process_zero())
+    preempted = ckpt_lib.install_preemption_handler()
+    tokens_per_step = d.batch_size * (d.max_input_len + model.spec.prompt_len + d.max_target_len)
+    best_metric = _read_best(workdir)
+    pending = None  # (step, device metrics, dispatch time): fetched one step late, never blocking
+    step = start_step
+    last_time = time.perf_counter()
+
+    def check_and_log(item, block_time):
+        s, metrics_dev = item
+        metrics = {k: float(v) for k, v in jax.device_get(metrics_dev).items()}
+        if not math.isfinite(metrics["loss"]):
+            raise TrainingDivergedError(
+                f"loss is {metrics['loss']} at step {s}; stopping. The last good checkpoint "
+                f"(step {checkpoints.latest_step()}) is kept. Lower optim.lr_fast/lr_slow or enable "
+                "optim.clip_norm, then rerun to resume from it.")
+        if s % cfg.train.log_every == 0 or s == cfg.train.num_steps:
+            metrics.update(step_time_s=block_time, tokens_per_s=tokens_per_step / max(block_time, 1e-9))
+            writer.write(s, metrics)
+            progress.update(s, metrics)
+
+    try:
+        while step < cfg.train.num_steps:
+            batch = parallel.make_global_batch(next(batches), mesh)
+            state, metrics_dev = step_fn(state, backbone, batch)
+            step += 1
+            if pending is not None:
+                now = time.perf_counter()
+                check_and_log(pending, now - last_time)
+                last_time = now
+            pending = (step, metrics_dev)
+            eval_due = cfg.train.eval_every and step % cfg.train.eval_every == 0
+            save_due = step % cfg.train.save_every == 0 or step == cfg.train.num_steps or preempted()
+            if save_due or eval_due:
+                check_and_log(pending, time.perf_counter() - last_time)  # never save a diverged state
+                pending, last_time = None, time.perf_counter()
+            if save_due:
+                checkpoints.save(step, state.prompt, state.opt_state, batches.state(), meta)
+            if eval_due and step != cfg.train.num_steps:
+                best_metric = _evaluate_and_keep_best(evaluator, state, backbone, dev_splits, names, step, writer,
+                                                      best, batches, meta, best_metric, workdir)
+            if preempted():
+                checkpoints.wait()
+                log.warning("SIGTERM: saved step %d to %s; rerun the same command to resume.", step,
+                            checkpoints.directory)
+                return {"preempted_at": step}
+        if pending is not None:
+            check_and_log(pending, time.perf_counter() - last_time)
+        best_metric = _evaluate_and_keep_best(evaluator, state, backbone, dev_splits, names, step, writer, best,
+                                              batches, meta, best_metric, workdir)
+    finally:
+        checkpoints.wait()
+        best.wait()
+        writer.close()
+        preempted.close()
+
+    # ---------------------------------------------------------------- final: best dev checkpoint on test
+    best_step = best.latest_step()
+    restored = best.restore(best_step, abstract_state.prompt, abstract_state.opt_state, expected_meta=meta,
+                            shardings=state_shardings)
+    test_splits = eval_split(cfg.train.test_split)
+    dev = evaluator(restored.prompt, backbone, dev_splits)
+    test = evaluator(restored.prompt, backbone, test_splits)
+    chance = {t.name: t.chance for t in tasks if t.chance is not None}
+    per_task = counts.per_task
+    table = "\n\n".join([
+        results_table(dev, chance, per_task, title=f"dev ({cfg.train.eval_split}), best step {best_step}"),
+        results_table(test, chance, per_task, title=f"test ({cfg.train.test_split})"),
+    ])
+    results = {"dev": dev, "test": test, "best_step": best_step, "param_counts": counts.as_dict()}
+    write_results(workdir, results, table)
+    if _on_process_zero():
+        print(table, flush=True)
+    return results
+
+
+class _Evaluator:
+    """Jitted generation and rank classification, shared by in-loop and final evaluation."""
+
+    def __init__(self, model: PromptedT5, tasks, tokenizer, mesh, cfg):
+        self.tasks, self.tokenizer, self.mesh, self.cfg = tasks, tokenizer, mesh, cfg
+        self.task_ids = list(range(len(tasks)))
+        self._generate = jax.jit(greedy_generate_fn(model, cfg.data.max_target_len, tokenizer.eos_token_id,
+                                                    tokenizer.pad_token_id))
+        self._classify = jax.jit(rank_classify_fn(model))
+        self.labels = {t.name: label_word_ids(t, tokenizer, cfg.data.max_target_len)
+                       for t in tasks if t.label_words}
+
+    def __call__(self, prompt, backbone, splits) -> dict:
+        put = lambda b: parallel.make_global_batch(b, self.mesh)
+        decode = lambda toks: [s.strip() for s in self.tokenizer.batch_decode(toks, skip_special_tokens=True)]
+        return evaluate_tasks(
+            self.tasks, splits, self.task_ids, self.cfg.data.eval_batch_size, put,
+            generate=lambda b: self._generate(prompt, backbone, b),
+            classify=lambda b, name: self._classify(prompt, backbone, b, self.labels[name]),
+            decode_tokens=decode, mode=self.cfg.train.eval_mode)
+
+
+def _read_best(workdir: str) -> float:
+    path = os.path.join(workdir, "best_dev.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return float(json.load(f)["average"])
+    return -math.inf
+
+
+def _evaluate_and_keep_best(evaluator, state, backbone, dev_splits, names, step, writer, best, batches, meta,
+                            best_metric, workdir) -> float:
+    """Scores dev; if the task-average primary metric improved, saves the prompt as the best checkpoint."""
+    results = evaluator(state.prompt, backbone, dev_splits)
+    average = float(np.mean([results[n]["primary"] for n in names]))
+    writer.write(step, {f"dev/{n}/{k}": v for n in names for k, v in results[n].items() if isinstance(v, float)}
+                 | {"dev/average": average})
+    log.info("step %d dev average %.2f (%s)", step, average,
+             ", ".join(f"{n} {results[n]['primary']:.1f}" for n in names))
+    if average > best_metric:
+        best.save(step, state.prompt, state.opt_state, batches.state(), meta, force=True)
+        best.wait()
+        if _on_process_zero():
+            with open(os.path.join(workdir, "best_dev.json"), "w") as f:
+                json.dump({"step": step, "average": average, "results": results}, f, indent=2)
+        return average
+    return best_metric
