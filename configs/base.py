@@ -12,6 +12,7 @@ from configs.prompt_defaults import get_prompt_config
 
 
 def get_base_config(method: str = "talora") -> ml_collections.ConfigDict:
+    """All trainer fields. ``method`` picks the prompt defaults (talora, pt or mpt)."""
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict(dict(
@@ -20,12 +21,14 @@ def get_base_config(method: str = "talora") -> ml_collections.ConfigDict:
         dtype="bfloat16",          # compute dtype
         param_dtype="float32",     # storage of the frozen weights ("bfloat16" halves memory)
         remat=False,               # rematerialise backbone layers (memory for compute)
+        standin_dir="",            # offline demo only: build a stand-in pretrained T5 here and use it
+        standin_steps=1500,
     ))
 
     config.prompt = get_prompt_config(method)
 
     config.data = ml_collections.ConfigDict(dict(
-        tasks="mnli,sst2,qnli,qqp,squad,record",  # comma-separated registry names
+        tasks="source",             # task names and/or suites (source, glue, superglue, mrqa, others, all)
         data_dir="",                # TFDS data_dir ("" = TFDS default)
         cache_dir="",               # tokenized cache ("" = <workdir>/../token_cache)
         max_input_len=256,
@@ -63,12 +66,35 @@ def get_base_config(method: str = "talora") -> ml_collections.ConfigDict:
         keep_checkpoints=3,
         eval_mode="auto",           # auto (rank for label tasks) | generate | rank
         eval_split="dev",
+        eval_at_start=False,        # also score the untrained prompt (shows what was learned)
         test_split="test",
         seed=0,
     ))
 
+    # What launch/train.py runs: train | source_transfer | fewshot (talora_jax/workflows.py).
+    config.workflow = "train"
+
     # Transfer: a source run's workdir; its P0, B and gates seed this run.
     config.init_from = ""
+    config.require_init_from = False  # configs/transfer.py: refuse to run without init_from
     config.transfer_init = "mean"   # mean | task:<source task name> | random
     config.distributed = False      # call jax.distributed.initialize() (TPU pods: set True)
+
+    # workflow=source_transfer: after source training, transfer to these held-out tasks.
+    config.transfer = ml_collections.ConfigDict(dict(tasks="", num_steps=1000, init="mean", freeze_slow=False))
+    # workflow=fewshot: k examples per task, one run per (k, seed).
+    config.fewshot = ml_collections.ConfigDict(dict(k="4,16,32", seeds="0,1,2"))
+    return config
+
+
+def preset_config(hub_name: str, method: str = "talora", **model) -> ml_collections.ConfigDict:
+    """A hub-checkpoint config with the MPT/ATTEMPT defaults (l=100, input 256, lr 0.3, batch 32).
+
+    Mesh: data parallel over every chip of the host (a v4-8 or v5e-8 host has 4/8
+    chips); the backbone is replicated, since prompt tuning keeps it frozen and small
+    batches per chip leave room for it.
+    """
+    config = get_base_config(method)
+    config.model.name_or_path = hub_name
+    config.model.update(model)
     return config

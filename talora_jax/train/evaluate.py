@@ -73,21 +73,33 @@ def evaluate_tasks(tasks: Sequence[Task], splits: Sequence[TokenizedSplit], task
 
 
 def results_table(results: Mapping[str, Mapping[str, Any]], chance: Optional[Mapping[str, float]] = None,
-                  params_per_task: Optional[int] = None, title: str = "") -> str:
-    """A markdown table: one row per task (all metrics), then the average of primary metrics."""
+                  params_per_task: Optional[int] = None, title: str = "",
+                  initial: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
+    """A markdown table: one row per task (all metrics), then the average of primary metrics.
+
+    ``chance`` adds the chance level per task; ``initial`` adds the untrained prompt's
+    (step 0, dev) primary metric, so a reader sees how much was learned.
+    """
     lines = [f"### {title}", ""] if title else []
-    header = "| task | metrics | primary |" + (" chance |" if chance else "")
+    columns = [("chance", chance)] if chance else []
+    columns += [("step 0 (dev)", {k: v["primary"] for k, v in initial.items()})] if initial else []
+    header = "| task | metrics | primary |" + "".join(f" {c} |" for c, _ in columns)
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for name, res in results.items():
         metrics = ", ".join(f"{k} {v:.1f}" for k, v in res.items()
                             if k not in ("num_examples", "primary", "mode") and isinstance(v, float))
         row = f"| {name} | {metrics} | {res['primary']:.1f} |"
-        if chance:
-            c = chance.get(name)
-            row += f" {c:.1f} |" if c is not None else " – |"
+        for _, values in columns:
+            v = values.get(name)
+            row += f" {v:.1f} |" if v is not None else " – |"
         lines.append(row)
+
+    def mean_of(values):
+        vals = [values[n] for n in results if values.get(n) is not None]
+        return f" {np.mean(vals):.1f} |" if len(vals) == len(results) else " |"
+
     avg = float(np.mean([r["primary"] for r in results.values()])) if results else 0.0
-    lines.append(f"| **average** | | **{avg:.1f}** |" + (" |" if chance else ""))
+    lines.append(f"| **average** | | **{avg:.1f}** |" + "".join(mean_of(v) for _, v in columns))
     if params_per_task is not None:
         lines += ["", f"Trainable parameters per task: {params_per_task:,}"]
     return "\n".join(lines)

@@ -140,7 +140,9 @@ def build_standin_backbone(out_dir: str, *, d_model: int = 64, layers: int = 2, 
 
     model = T5(config)
     params = init_params(config, jax.random.PRNGKey(seed))
-    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 100, steps), weight_decay=0.01)
+    warmup = min(100, max(steps // 10, 1))
+    tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup, max(steps, warmup + 1)),
+                     weight_decay=0.01)
     opt_state = tx.init(params)
 
     @jax.jit
