@@ -2,9 +2,11 @@
 
 Pretrains a tiny stand-in T5 on separate synthetic data (plainly a stand-in for
 a pretrained checkpoint, cached in ~/.cache/talora_jax), freezes it, trains a
-TA-LoRA prompt on four synthetic source tasks, transfers it to two held-out
-synthetic target tasks, and prints test scores beside chance and the untrained
-(step 0) prompt.
+TA-LoRA prompt on two synthetic source tasks, transfers it to a held-out
+synthetic target task, and prints test scores beside chance and the untrained
+(step 0) prompt. The other synthetic tasks (synth_pair, synth_largest,
+synth_span) are beyond what this 64-wide stand-in learns; add them with
+--config.data.tasks=... to see that honestly.
 
     python launch/train.py --config=configs/demo.py --workdir=/tmp/talora_demo
 """
@@ -25,7 +27,7 @@ def get_config(method: str = "talora"):
         config.prompt.task_len = 8
         config.prompt.rank = 4
     config.prompt.init.vocab_range = (3, 500)   # the stand-in's SentencePiece pieces
-    config.data.tasks = "synth_topic,synth_negation,synth_span,synth_largest"
+    config.data.tasks = "synth_topic,synth_negation"
     config.data.max_input_len = 48
     config.data.max_target_len = 8
     config.data.batch_size = 32
@@ -39,6 +41,6 @@ def get_config(method: str = "talora"):
     config.train.save_every = 100
     config.train.eval_every = 0
     config.train.eval_at_start = True
-    config.transfer.tasks = "synth_sentiment,synth_pair"
-    config.transfer.num_steps = 200
+    config.transfer.tasks = "synth_sentiment"
+    config.transfer.num_steps = 300
     return config

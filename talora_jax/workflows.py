@@ -81,9 +81,9 @@ def source_then_transfer(config: ml_collections.ConfigDict, workdir: str) -> dic
         raise UserError("workflow 'source_transfer' needs config.transfer.tasks (the held-out targets).")
     source_dir = os.path.join(workdir, "source")
     log.info("== source training on %s ==", config.data.tasks)
-    source = train(config, source_dir)
+    source = train(config, source_dir, print_results=False)
     log.info("== transfer to %s (init: %s) ==", config.transfer.tasks, config.transfer.init)
-    target = train(_transfer_config(config, source_dir), os.path.join(workdir, "transfer"))
+    target = train(_transfer_config(config, source_dir), os.path.join(workdir, "transfer"), print_results=False)
     names = task_list(config.data.tasks) + task_list(config.transfer.tasks)
     chance = {n: tasks_lib.get(n).chance for n in names if tasks_lib.get(n).chance is not None}
     test = {**source["test"], **target["test"]}
@@ -114,7 +114,7 @@ def fewshot(config: ml_collections.ConfigDict, workdir: str) -> dict:
             cfg = ml_collections.ConfigDict(config.to_dict())
             cfg.data.few_shot_k, cfg.data.seed, cfg.train.seed = k, seed, seed
             log.info("== few-shot k=%d seed=%d ==", k, seed)
-            result = train(cfg, os.path.join(workdir, f"k{k}_seed{seed}"))
+            result = train(cfg, os.path.join(workdir, f"k{k}_seed{seed}"), print_results=False)
             for n in names:
                 scores[k][n].append(result["test"][n]["primary"])
     lines = ["| task | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]

@@ -154,8 +154,10 @@ def setup(cfg: ml_collections.ConfigDict) -> FrozenSetup:
                        mesh, model, counts)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool = True) -> dict:
     """Trains the prompt of ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+    ``print_results=False`` leaves the final tables to the caller (workflows print one summary).
 
     Returns the final results: ``{'dev': {task: scores}, 'test': {task: scores}}``.
     """
@@ -298,7 +300,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if initial_dev is not None:
         results["initial_dev"] = initial_dev
     write_results(workdir, results, table)
-    if _on_process_zero():
+    if print_results and _on_process_zero():
         print(table, flush=True)
     return results
 
