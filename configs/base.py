@@ -30,7 +30,7 @@ def get_base_config(method: str = "talora") -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(dict(
         tasks="source",             # task names and/or suites (source, glue, superglue, mrqa, others, all)
         data_dir="",                # TFDS data_dir ("" = TFDS default)
-        cache_dir="",               # tokenized cache ("" = <workdir>/../token_cache)
+        cache_dir="",               # tokenized cache ("" = <workdir>/token_cache)
         max_input_len=256,
         max_target_len=16,
         batch_size=32,              # global batch, over all hosts

@@ -74,4 +74,4 @@ def test_unwritable_workdir(tmp_path):
 def test_hub_preset_offline_fails_fast_with_instructions(tmp_path):
     out = _run(["launch/train.py", "--config=configs/t5_base.py", f"--workdir={tmp_path / 'w'}"], timeout=120)
     assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert "t5-base" in out.stderr and "huggingface-cli download" in out.stderr
+    assert "hf download t5-base" in out.stderr

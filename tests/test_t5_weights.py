@@ -105,7 +105,7 @@ def test_pickled_only_directory_says_how_to_convert(tiny_v1_dir, tmp_path):
 
 def test_offline_hub_name_fails_fast_with_instructions(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotFoundError, match="huggingface-cli download"):
+    with pytest.raises(ModelNotFoundError, match="hf download google/flan-t5-small"):
         load_pretrained("google/flan-t5-small")
 
 

@@ -163,7 +163,7 @@ def _missing_message(task: str, tfds_name: str, data_dir: str | None) -> str:
             f"  tfds build {tfds_name} --data_dir=DIR\n"
             f"(or python -c \"import tensorflow_datasets as tfds; "
             f"tfds.builder('{tfds_name}', data_dir='DIR').download_and_prepare()\"),\n"
-            f"copy DIR here if needed, and pass data_dir=DIR (config data.tfds_data_dir) or set TFDS_DATA_DIR=DIR. "
+            f"copy DIR here if needed, and pass data_dir=DIR (config data.data_dir) or set TFDS_DATA_DIR=DIR. "
             f"Offline, use the synthetic tasks (synth_*) or your own JSONL/TSV tasks instead.")
 
 

@@ -47,5 +47,5 @@ def resolve_model_dir(name_or_path: str) -> str:
         raise ModelNotFoundError(
             f"Could not fetch {name_or_path!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
             "On a machine without internet, download it elsewhere with "
-            f"`huggingface-cli download {name_or_path} --include '*.safetensors' '*.json' spiece.model "
+            f"`hf download {name_or_path} --include '*.safetensors' --include '*.json' --include spiece.model "
             "--local-dir DIR`, copy DIR over and pass DIR instead of the hub name.") from e
