@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TFDS imports TF; its C++ banner is noise here
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # "PyTorch was not found": we only use its tokenizers
 
 
 def fail(message: str, code: int = 2) -> None:
