@@ -66,9 +66,9 @@ def check_workdir(workdir: str) -> str:
 
 
 def setup_logging() -> None:
-    """Our progress on stdout (process 0 decides inside the loop); library chatter above WARNING."""
+    """Our progress on stdout (process 0 decides inside the loop); libraries only report errors."""
     from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax and TFDS report routine events as warnings
     ours = logging.getLogger("talora_jax")
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
