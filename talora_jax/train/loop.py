@@ -164,7 +164,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
     parallel.maybe_initialize_distributed(config.get("distributed") or None)
     cfg = resolve_config(config)
     os.makedirs(workdir, exist_ok=True)
-    _write_config(cfg, workdir)
 
     # ---------------------------------------------------------------- backbone, data, mesh
     run = setup(cfg)
@@ -195,6 +194,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
         state = jax.device_put(state, state_shardings)
         start_step = int(restored.data_state["step"])
         log.info("resumed from %s at step %d", checkpoints.directory, start_step)
+    _write_config(cfg, workdir)  # only now: a refused resume must not overwrite the run's config
 
     # ---------------------------------------------------------------- compiled functions
     d = cfg.data
@@ -212,7 +212,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
     # ---------------------------------------------------------------- the loop
     writer = MetricWriter(workdir, enabled=_on_process_zero())
     progress = ProgressLine(cfg.train.num_steps, start_step, enabled=_on_process_zero())
-    preempted = ckpt_lib.install_preemption_handler()
+    sigterm = ckpt_lib.install_preemption_handler()
+    multi_host = jax.process_count() > 1
+
+    def preempted(at_step: int) -> bool:
+        # One host: our SIGTERM flag. Pods: JAX's preemption sync point, so that every host
+        # stops at the same step (hosts receive SIGTERM at different times).
+        return checkpoints.reached_preemption(at_step) if multi_host else sigterm()
     tokens_per_step = d.batch_size * (d.max_input_len + model.spec.prompt_len + d.max_target_len)
     best_metric = _read_best(workdir)
     initial_dev = None
@@ -256,7 +262,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
                 check_and_log(pending)
             pending = (step, metrics_dev)
             eval_due = cfg.train.eval_every and step % cfg.train.eval_every == 0
-            save_due = step % cfg.train.save_every == 0 or step == cfg.train.num_steps or preempted()
+            stop_now = preempted(step)
+            save_due = step % cfg.train.save_every == 0 or step == cfg.train.num_steps or stop_now
             if save_due or eval_due:
                 check_and_log(pending)  # never save a diverged state
                 pending = None
@@ -267,7 +274,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
                                                       best, batches, meta, best_metric, workdir)
             if save_due or eval_due:
                 restart_clock(step)
-            if preempted():
+            if stop_now:
                 checkpoints.wait()
                 log.warning("SIGTERM: saved step %d to %s; rerun the same command to resume.", step,
                             checkpoints.directory)
@@ -280,7 +287,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
         checkpoints.wait()
         best.wait()
         writer.close()
-        preempted.close()
+        sigterm.close()
 
     # ---------------------------------------------------------------- final: best dev checkpoint on test
     best_step = best.latest_step()

@@ -45,11 +45,13 @@ def _sums(model: PromptedT5, prompt: Any, backbone: Any, batch: Batch) -> tuple[
 
 
 def _split_microbatches(batch: Batch, grad_accum: int) -> Batch:
+    """Microbatch j is rows j, j+A, j+2A, ...: strided, so every microbatch keeps rows on every
+    data-parallel device (the batch is sharded in contiguous blocks) and nothing moves between them."""
     def split(x):
         if x.shape[0] % grad_accum:
             raise ValueError(f"batch size {x.shape[0]} is not divisible by grad_accum={grad_accum}; "
                              "change data.batch_size or optim.grad_accum.")
-        return x.reshape((grad_accum, x.shape[0] // grad_accum) + x.shape[1:])
+        return jnp.swapaxes(x.reshape((x.shape[0] // grad_accum, grad_accum) + x.shape[1:]), 0, 1)
     return {k: split(batch[k]) for k in TRAIN_KEYS}
 
 
