@@ -76,17 +76,9 @@ def make_hf_t5(out_dir: str, seed: int = 0, logit_scale: float = 1.0, **override
 
 def make_spm_tokenizer(out_dir: str) -> str:
     """Trains a tiny SentencePiece model (offline) and stores it as ``out_dir/spiece.model``."""
-    import sentencepiece as spm
+    from talora_jax.t5.tokenizer import train_sentencepiece
 
-    os.makedirs(out_dir, exist_ok=True)
-    corpus = os.path.join(out_dir, "corpus.txt")
-    with open(corpus, "w") as f:
-        f.write("\n".join(CORPUS * 20))
-    spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=os.path.join(out_dir, "spiece"), vocab_size=56, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
-    os.remove(corpus)
-    os.remove(os.path.join(out_dir, "spiece.vocab"))
+    train_sentencepiece(CORPUS * 20, out_dir, vocab_size=56)
     return out_dir
 
 
