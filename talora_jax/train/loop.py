@@ -124,6 +124,7 @@ class FrozenSetup:
     tasks: list
     t5_cfg: Any
     backbone: Any
+    backbone_shardings: Any
     fingerprint: str
     tokenizer: Any
     mesh: Any
@@ -147,11 +148,12 @@ def setup(cfg: ml_collections.ConfigDict) -> FrozenSetup:
     mesh = parallel.make_mesh(cfg.mesh)
     parallel.check_batch_divisible(cfg.data.batch_size, mesh)
     parallel.check_batch_divisible(cfg.data.eval_batch_size, mesh)
-    backbone = jax.device_put(backbone_host, parallel.backbone_shardings(t5_cfg, mesh))
+    shardings = parallel.backbone_shardings(t5_cfg, mesh)
+    backbone = jax.device_put(backbone_host, shardings)
     model = PromptedT5(t5_cfg, cfg.prompt, remat=cfg.model.remat)
     counts = count_prompt_params(model.spec, t5_cfg)
-    return FrozenSetup(cfg, names, [tasks_lib.get(n) for n in names], t5_cfg, backbone, fingerprint, tokenizer,
-                       mesh, model, counts)
+    return FrozenSetup(cfg, names, [tasks_lib.get(n) for n in names], t5_cfg, backbone, shardings, fingerprint,
+                       tokenizer, mesh, model, counts)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool = True) -> dict:
@@ -206,7 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
     batches = sampler.iterate(start_step)
     batch_sharding = parallel.batch_sharding(mesh)
     step_fn = jit_train_step(train_step_fn(model, optimizer, schedules, cfg.optim.grad_accum),
-                             state_shardings, parallel.backbone_shardings(t5_cfg, mesh), batch_sharding, replicated)
+                             state_shardings, run.backbone_shardings, batch_sharding, replicated)
     evaluator = Evaluator(model, tasks, list(range(len(tasks))), tokenizer, mesh, cfg)
 
     # ---------------------------------------------------------------- the loop
@@ -219,6 +221,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
         # One host: our SIGTERM flag. Pods: JAX's preemption sync point, so that every host
         # stops at the same step (hosts receive SIGTERM at different times).
         return checkpoints.reached_preemption(at_step) if multi_host else sigterm()
+
     tokens_per_step = d.batch_size * (d.max_input_len + model.spec.prompt_len + d.max_target_len)
     best_metric = _read_best(workdir)
     initial_dev = None
