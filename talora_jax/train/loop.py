@@ -28,7 +28,7 @@ from talora_jax.data import sampling, suites, tasks as tasks_lib
 from talora_jax.data.errors import DataError
 from talora_jax.data.pipeline import label_word_ids, load_split
 from talora_jax.model import PromptedT5, init_prompt
-from talora_jax.prompts import count_prompt_params, transfer_init
+from talora_jax.prompts import abstract_prompt_params, count_prompt_params, transfer_init
 from talora_jax.t5 import load_pretrained, load_tokenizer
 from talora_jax.train import checkpoint as ckpt_lib
 from talora_jax.train.decode import greedy_generate_fn, rank_classify_fn
@@ -174,23 +174,26 @@ def train(config: ml_collections.ConfigDict, workdir: str, print_results: bool =
     load = _split_loader(cfg, names, tokenizer, workdir)
     train_splits, dev_splits = load("train"), load(cfg.train.eval_split)
 
-    # ---------------------------------------------------------------- sharded state
-    prompt, _ = _initial_prompt(cfg, model, backbone, names, jax.random.PRNGKey(cfg.train.seed))
-    optimizer, schedules = make_optimizer(cfg.optim, cfg.train.num_steps)
-    replicated = parallel.replicated(mesh)
-    abstract_state = jax.eval_shape(lambda p: TrainState(jnp.int32(0), p, optimizer.init(p)), prompt)
-    state_shardings = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
-    state = jax.jit(lambda p: TrainState(jnp.int32(0), p, optimizer.init(p)),
-                    out_shardings=state_shardings)(prompt)
-    meta = run.meta()
-    log.info("prompt parameters (%s): %s", cfg.prompt.method, counts.summary())
-
-    # ---------------------------------------------------------------- resume
+    # ---------------------------------------------------------------- sharded state (fresh, or resumed)
     checkpoints = ckpt_lib.Checkpointer(workdir, max_to_keep=cfg.train.keep_checkpoints)
     best = ckpt_lib.Checkpointer(workdir, max_to_keep=1, subdir="best")
+    resume_step = checkpoints.latest_step()
+    optimizer, schedules = make_optimizer(cfg.optim, cfg.train.num_steps)
+    replicated = parallel.replicated(mesh)
+    make_state = lambda p: TrainState(jnp.int32(0), p, optimizer.init(p))  # noqa: E731
+    if resume_step is None:
+        prompt, _ = _initial_prompt(cfg, model, backbone, names, jax.random.PRNGKey(cfg.train.seed))
+    else:  # shapes only: a resumed run needs neither a fresh init nor the transfer source any more
+        prompt = abstract_prompt_params(model.spec, t5_cfg)
+    abstract_state = jax.eval_shape(make_state, prompt)
+    state_shardings = jax.tree_util.tree_map(lambda _: replicated, abstract_state)
+    meta = run.meta()
+    log.info("prompt parameters (%s): %s", cfg.prompt.method, counts.summary())
     start_step = 0
-    if checkpoints.latest_step() is not None:
-        restored = checkpoints.restore(checkpoints.latest_step(), abstract_state.prompt, abstract_state.opt_state,
+    if resume_step is None:
+        state = jax.jit(make_state, out_shardings=state_shardings)(prompt)
+    else:
+        restored = checkpoints.restore(resume_step, abstract_state.prompt, abstract_state.opt_state,
                                        expected_meta=meta, shardings=state_shardings)
         state = TrainState(jnp.asarray(restored.data_state["step"], jnp.int32), restored.prompt, restored.opt_state)
         state = jax.device_put(state, state_shardings)
@@ -382,7 +385,6 @@ def evaluate_checkpoint(workdir: str, task_names: Optional[list[str]] = None, sp
     if unknown:
         raise DataError(f"{unknown} were not trained in {workdir} (its tasks: {run.names}); the prompt has no "
                         "task rows for them. Transfer to them with configs/transfer.py instead.")
-    from talora_jax.prompts import abstract_prompt_params
     which = ckpt_lib.Checkpointer(workdir, subdir="best" if use_best and step is None else "checkpoints")
     if which.latest_step() is None:
         which = ckpt_lib.Checkpointer(workdir)
